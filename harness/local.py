@@ -263,10 +263,29 @@ class LocalBackend:
                         pass
             for n in self._nodes.values():
                 self._wait_exit(n, 10.0)
+            self._kill_marked_stragglers(5.0)
             if self._limiter is not None:
                 self._limiter.remove_all()
             self._torn_down = True
         return self.leftovers()
+
+    def _kill_marked_stragglers(self, timeout_s: float) -> None:
+        """SIGKILL is delivered asynchronously and a grandchild is not ours to reap, so
+        wait (bounded) until nothing carrying this run's marker is alive; anything that
+        left its group (setsid) is killed here too."""
+        if self._spec is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while True:
+            marked = launch.processes_with_env(RUN_ID_ENV, self._spec.run_id)
+            if not marked or time.monotonic() > deadline:
+                return
+            for pid, _ in marked:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.05)
 
     def leftovers(self) -> list[str]:
         left = [f"process {n.name} pid {n.pid}" for n in self._nodes.values()

@@ -42,6 +42,7 @@ from harness.journal import Journal
 from harness.model import FaultEvent, FaultKind, Scenario
 from harness.tail import JsonlTail
 from trainers import config as trainer_config
+from trainers.signal_relay import SignalRelay
 
 STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_INFRA_FAILED = "completed", "interrupted", "infra_failed"
 EXIT_INTERRUPTED = 130  # the shell's convention for "ended by a signal"
@@ -164,6 +165,7 @@ class Run:
         self._on_ready = on_ready
         self._poll_s = poll_s
         self._wake = threading.Event()
+        self._wake_from_signal: Callable[[], None] = self._wake.set  # replaced by a relay with the handlers
         self._cleaning = False
         self._pending_signal: int | None = None
         self._started = False
@@ -171,7 +173,7 @@ class Run:
     # ---- signals -------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._pending_signal = self._pending_signal or signum
-        self._wake.set()
+        self._wake_from_signal()  # not self._wake.set(): see trainers.signal_relay
         if not self._cleaning:
             raise Interrupted(signum)
         # while healing and tearing down, a second Ctrl-C must not cut the cleanup short
@@ -179,6 +181,7 @@ class Run:
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
+        self._wake_from_signal = SignalRelay(self._wake.set, name="run-wake-relay")
         return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     # ---- the run ---------------------------------------------------------------------
@@ -216,6 +219,8 @@ class Run:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            if previous:
+                self._wake_from_signal.close()
         if self._pending_signal and status == STATUS_COMPLETED:
             status = STATUS_INTERRUPTED
         return RunOutcome(status, reason, req.run_dir, leftovers, error)

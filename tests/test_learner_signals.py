@@ -36,7 +36,8 @@ def test_corrupt_pushes_are_rejected_and_sigterm_stops_cleanly(tmp_path):
             seen["n"] += e.get("ev") == "merge" and e["t"] > corrupt["t"]
             return seen["n"] >= 3
         c.wait(merges_after, what="training on after the corrupt pushes")
-        launch.signal_group(p, signal.SIGTERM)
+        for _ in range(20):  # a burst, as stop paths send: a handler must survive re-entry
+            launch.signal_group(p, signal.SIGTERM)
         assert p.wait(timeout=60) == 0
     finally:
         c.close()

@@ -137,7 +137,13 @@ def stop(proc: subprocess.Popen | None, *, grace_s: float = 10.0) -> int | None:
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            pass
+            # Hung: ask for a stack dump into its log (our trainer processes register
+            # faulthandler on SIGQUIT) so the hang can be diagnosed, then kill.
+            signal_group(proc, signal.SIGQUIT)
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
     signal_group(proc, signal.SIGKILL)  # stragglers in the group, even if the leader exited
     try:
         return proc.wait(timeout=5.0)

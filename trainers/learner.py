@@ -39,6 +39,7 @@ import argparse
 import os
 import queue
 import random
+import faulthandler
 import signal
 import sys
 import threading
@@ -57,6 +58,7 @@ from trainers.events import EventLog
 from trainers.fragments import FragmentMap, due_fragments
 from trainers.model import build_model
 from trainers.sender import PushJob, PushResult, Sender, backoff_s
+from trainers.signal_relay import SignalRelay
 from trainers.syncer import read_secret
 from trainers.syncer_state import effective_schedule
 
@@ -275,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    faulthandler.register(signal.SIGQUIT, all_threads=True)  # stack dump before a forced kill (launch.stop)
     try:
         secret = read_secret(args.secret_file or args.run_dir / "secret")
     except ChaoslocoError as e:
@@ -282,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     learner = Learner(args.run_dir, args.id, args.syncer, secret, max_steps=args.max_steps)
 
+    request_stop = SignalRelay(learner.stop_event.set, name="stop-relay")
+
     def on_stop(signum, _frame):
-        learner.stop_event.set()
+        request_stop()  # never Event.set() in a handler: see trainers.signal_relay
 
     def on_corrupt(signum, _frame):
         learner.corrupt_next = "nan" if signum == signal.SIGUSR1 else "norm"

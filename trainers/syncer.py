@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import faulthandler
 import signal
 import socketserver
 import sys
@@ -51,6 +52,7 @@ from trainers.evaluate import eval_loss
 from trainers.events import EventLog
 from trainers.fragments import FragmentMap
 from trainers.model import build_model
+from trainers.signal_relay import SignalRelay
 from trainers.store import DurableStore
 from trainers.syncer_state import Pending, SyncerState, effective_schedule
 
@@ -267,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    faulthandler.register(signal.SIGQUIT, all_threads=True)  # stack dump before a forced kill (launch.stop)
     try:
         cfg = config_mod.load(args.config or args.run_dir / "config.json")
         secret = read_secret(args.secret_file or args.run_dir / "secret")
@@ -276,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     reason = {"why": "stopped"}
 
+    request_stop = SignalRelay(syncer.stop, name="stop-relay")
+
     def on_signal(signum, _frame):
         reason["why"] = signal.Signals(signum).name.lower()
-        syncer.stop()
+        request_stop()  # never Event.set() in a handler: see trainers.signal_relay
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
