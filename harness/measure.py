@@ -3,8 +3,12 @@
 ``measure(events, journal, ...)`` reads nothing else, so a report or a re-check of an old
 run folder computes the same numbers as the run did. The choices SPEC leaves open:
 
-- **T** runs from the journal's ``ready`` to its ``run_end`` (no ``run_end``, e.g. a
-  harness that crashed: the last record of either log). Everything below is clipped to
+- **T** runs from the journal's ``ready`` to its ``wind_down`` (the moment the harness
+  stops healing-and-waiting and starts stopping nodes: the trainer is no longer under
+  test; older journals without it: ``run_end``; neither, e.g. a harness that crashed:
+  the last record of either log). Ending at ``run_end`` would count the graceful stop
+  -- up to ``stop_timeout_s`` for a synchronous trainer blocked at a barrier -- as lost
+  goodput and lost availability, and penalise trainers for how they shut down. Everything below is clipped to
   [T0, T1] unless it says otherwise.
 - **rate r_i**: the median over learner i's ``progress`` windows ``[t - wall_s, t]`` that
   overlap no fault window on learner i of ``tokens / compute_s``. Compute-only, so a
@@ -163,7 +167,7 @@ def _run_window(events: Sequence[Record], journal: Sequence[Record]) -> tuple[fl
     ready = _first(journal, "ready")
     if ready is None:
         return None, None
-    end = _first(journal, "run_end")
+    end = _first(journal, "wind_down") or _first(journal, "run_end")
     if end is not None:
         return ready["t"], end["t"]
     last = max((r["t"] for r in (*events, *journal)), default=ready["t"])
@@ -354,8 +358,8 @@ def measure(events: Sequence[Record], journal: Sequence[Record], *, learners: in
                             useful_tokens=0.0, goodput=None, availability_bound=None,
                             goodput_efficiency=None, rejoins=(), max_global_stall_s=None,
                             wire_bytes_per_useful_token=None, notes=tuple(notes), **common)
-    if _first(journal, "run_end") is None:
-        notes.append("no run_end record: T ends at the last record")
+    if _first(journal, "wind_down") is None and _first(journal, "run_end") is None:
+        notes.append("no wind_down or run_end record: T ends at the last record")
     T = t1 - t0
     rates = learner_rates(events, fault_windows(journal, t1), n)
     if len(rates) < n:

@@ -66,6 +66,7 @@ class RunRequest:
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:8])
     baseline_dir: Path | None = None
     stop_timeout_s: float = 20.0  # bound on a learner's graceful flush at the end
+    official_toxiproxy: bool = False  # compose: Shopify's image instead of our server
 
 
 @dataclasses.dataclass
@@ -122,7 +123,7 @@ def _version() -> str:
 def cluster_spec(req: RunRequest) -> ClusterSpec:
     sc = req.scenario
     return ClusterSpec(run_id=req.run_id, run_dir=req.run_dir, trainer=sc.trainer,
-                       cpu_shares=sc.cpu_shares, links=sc.links)
+                       cpu_shares=sc.cpu_shares, links=sc.links, official_toxiproxy=req.official_toxiproxy)
 
 
 def apply_baseline_links(links, spec: ClusterSpec) -> None:
@@ -303,6 +304,8 @@ class Run:
         """Heals every fault, then stops learners gracefully and the synchronizer.
         Each step runs whatever failed before it; problems are returned, not raised."""
         problems: list[str] = []
+        if self._started:  # the end of T: from here nodes are healed and stopped, not tested
+            self.journal.record("wind_down")
         for active in self.active:
             try:
                 active.heal(final=True)

@@ -1,7 +1,7 @@
 """`chaosloco run SCENARIO`: bring up a cluster, break it on a seeded schedule, judge it.
 
     chaosloco run SCENARIO [--backend local|compose] [--trainer decoupled|diloco|ddp]
-                  [--seed N] [--out DIR] [--baseline DIR] [--quiet]
+                  [--seed N] [--out DIR] [--baseline DIR] [--toxiproxy ours|official] [--quiet]
 
 ``--trainer`` overrides the scenario's mode, so one schedule replays against each
 trainer; ``--seed`` overrides the scenario's seed (the schedule depends on nothing
@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="schedule seed (default: the scenario's)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<scenario>-<run id>)")
     p.add_argument("--baseline", type=Path, help="a fault-free run folder, for the quality gap")
+    p.add_argument("--toxiproxy", choices=("ours", "official"), default="ours",
+                   help="compose only: our Toxiproxy-API server, or Shopify's image (needs a registry)")
     p.add_argument("--quiet", action="store_true", help="no live table; one line per fault")
     return p
 
@@ -83,9 +85,13 @@ def main(argv: list[str]) -> int:
 
     schedule = build_schedule(scenario, seed)
     check_supported(schedule, args.backend)  # bad input: refused before anything starts
+    if args.toxiproxy == "official" and args.backend != "compose":
+        raise ConfigError("the official Toxiproxy image needs --backend compose", key="--toxiproxy",
+                          value=args.toxiproxy)
 
     req = RunRequest(scenario=scenario, seed=seed, backend_name=args.backend, run_dir=run_dir,
-                     run_id=run_id, baseline_dir=args.baseline)
+                     run_id=run_id, baseline_dir=args.baseline,
+                     official_toxiproxy=args.toxiproxy == "official")
     write_run_files(req)
     journal = Journal(run_dir / "journal.jsonl")
     backend = make_backend(args.backend, journal)

@@ -167,6 +167,19 @@ def test_without_run_end_the_window_ends_at_the_last_record():
     assert any("run_end" in n for n in m.notes)
 
 
+def test_the_window_ends_at_wind_down_so_a_slow_graceful_stop_costs_nothing():
+    h = known_history()
+    h.jr(70.0, "wind_down")  # then the harness stops the nodes, until run_end at 100
+    h.node_state(70.0, "learner-0", "down")
+    h.node_state(70.0, "learner-1", "down")
+    m = measure(h.events, h.journal, learners=2)
+    assert m.duration_s == pytest.approx(70.0)
+    assert m.allowed_s == {0: pytest.approx(20 + 10 + 30), 1: pytest.approx(40 + 10)}
+    assert m.availability_bound == pytest.approx((100 * 60 + 50 * 50) / (150 * 70))
+    assert m.useful_tokens == pytest.approx(3000.0)  # the merge at 75 is after T
+    assert m.goodput == pytest.approx(3000.0 / (150 * 70))
+
+
 def test_learner_without_progress_gets_the_median_rate_of_the_others():
     h = known_history()
     m = measure(h.events, h.journal, learners=3)

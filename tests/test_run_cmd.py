@@ -33,6 +33,12 @@ def test_bad_flag_is_bad_input(tmp_path):
     assert cli_main(["run", "scenarios/quickstart.yaml", "--backend", "kubernetes"]) == 2
 
 
+def test_official_toxiproxy_on_the_local_backend_is_refused_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(["run", "scenarios/quickstart.yaml", "--toxiproxy", "official", "--out", str(out)]) == 2
+    assert "--toxiproxy" in capsys.readouterr().err and not out.exists()
+
+
 def test_trainer_flag_overrides_the_scenarios_mode():
     args = run_cmd.parser().parse_args(["scenarios/kill-restart.yaml", "--trainer", "ddp"])
     scenario = run_cmd.load(args)
