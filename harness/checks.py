@@ -327,6 +327,23 @@ def rejoin_check(m: Measurements, bound: float) -> CheckResult:
     return _result("rejoin", expected, problems, actual=actual, unknown=unknown)
 
 
+def reconnect_check(m: Measurements, bound: float) -> CheckResult:
+    expected = f"every partitioned learner merging again <= {bound:g} s after its link is back"
+    if not m.reconnects:
+        return CheckResult("reconnect", Verdict.PASS, expected, [], "no link was cut in this run: nothing to bound")
+    problems, unknown = [], []
+    for r in m.reconnects:
+        label = f"learner {r.learner} after {r.fault_id} (healed at +{r.at_s:.1f} s)"
+        if r.to_first_merge_s is not None and r.to_first_merge_s > bound:
+            problems.append(f"{label}: first merge after {r.to_first_merge_s:.1f} s")
+        elif r.to_first_merge_s is None and r.observed_s > bound:
+            problems.append(f"{label}: no merge within {bound:g} s")
+        elif r.to_first_merge_s is None:
+            unknown.append(f"{label}: run ended {r.observed_s:.1f} s after the heal, before a merge")
+    return _result("reconnect", expected, problems, actual=[r.to_first_merge_s for r in m.reconnects],
+                   unknown=unknown)
+
+
 def threshold_checks(checks: Checks, m: Measurements) -> list[CheckResult]:
     no_t = "; ".join(m.notes) or "not computable"
     out = []
@@ -336,6 +353,8 @@ def threshold_checks(checks: Checks, m: Measurements) -> list[CheckResult]:
         out.append(_at_least("goodput_efficiency", m.goodput_efficiency, checks.goodput_efficiency_min, no_t))
     if checks.rejoin_max_s is not None:
         out.append(rejoin_check(m, checks.rejoin_max_s))
+    if checks.reconnect_max_s is not None:
+        out.append(reconnect_check(m, checks.reconnect_max_s))
     if checks.max_stall_s is not None:
         out.append(_at_most("global_stall", m.max_global_stall_s, checks.max_stall_s, no_t))
     if checks.quality_gap_max is not None:

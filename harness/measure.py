@@ -34,6 +34,12 @@ run folder computes the same numbers as the run did. The choices SPEC leaves ope
   ``first_step`` and (b) the first ``merge`` with a contribution of the new incarnation
   (the incarnation from the synchronizer's next ``join`` of that learner). None where it
   did not happen before the run ended; ``observed_s`` says how long we looked.
+- **reconnect** per healed link-cutting fault on a learner (``link_down``, ``flap``,
+  ``timeout``, ``disconnect``: the learner kept computing but could not reach the
+  synchronizer): from the ``fault_heal`` to the first ``merge`` with a contribution of
+  that learner. Not in SPEC §2 (its rejoin is about restarts); it is the partition's
+  counterpart: a partitioned learner must come back on its own. None where it did not
+  happen before the run ended.
 - **global stall**: the longest stretch inside T with no ``merge`` (voided ones count:
   the update happened then) while the run could progress: at least a quorum of learners
   in a contributing state (``up``, ``throttled``, ``degraded``; not ``down``, ``paused``,
@@ -69,6 +75,19 @@ class Rejoin:
 
 
 @dataclasses.dataclass(frozen=True)
+class Reconnect:
+    learner: int
+    fault_id: str
+    heal_t: float  # Unix time the link came back
+    at_s: float  # the heal's offset from ready (T0)
+    to_first_merge_s: float | None
+    observed_s: float  # heal to the end of the run
+
+
+LINK_CUTTING_FAULTS = frozenset({"link_down", "flap", "timeout", "disconnect"})
+
+
+@dataclasses.dataclass(frozen=True)
 class Measurements:
     duration_s: float | None  # T
     rates: Mapping[int, float]  # r_i, tokens per compute second
@@ -88,6 +107,7 @@ class Measurements:
     eval_loss_start: float | None
     eval_loss_final: float | None
     quality_gap: float | None
+    reconnects: tuple[Reconnect, ...] = ()
     evals: int = 0  # number of eval events
     notes: tuple[str, ...] = ()  # why a figure is missing
 
@@ -100,6 +120,8 @@ class Measurements:
             "goodput_efficiency": self.goodput_efficiency,
             "rejoin_seconds": [{"learner": r.learner, "to_first_step_s": r.to_first_step_s,
                                 "to_first_merge_s": r.to_first_merge_s} for r in self.rejoins],
+            "reconnect_seconds": [{"learner": r.learner, "fault_id": r.fault_id,
+                                   "to_first_merge_s": r.to_first_merge_s} for r in self.reconnects],
             "max_global_stall_seconds": self.max_global_stall_s,
             "outer_updates": self.outer_updates,
             "tokens_merged": self.tokens_merged,
@@ -281,6 +303,23 @@ def rejoin_times(events: Sequence[Record], journal: Sequence[Record], t0: float,
     return sorted(out, key=lambda r: (r.restart_t, r.learner))
 
 
+def reconnect_times(events: Sequence[Record], journal: Sequence[Record], t0: float,
+                    t_end: float) -> list[Reconnect]:
+    out = []
+    for r in journal:
+        if r.get("kind") != "fault_heal" or r.get("fault") not in LINK_CUTTING_FAULTS:
+            continue
+        i = learner_index(r.get("target"))
+        if i is None:
+            continue
+        merge = next((e for e in events if e.get("ev") == "merge" and e["t"] >= r["t"] and any(
+            c.get("learner") == i for c in e.get("contributors") or [])), None)
+        out.append(Reconnect(learner=i, fault_id=str(r.get("fault_id")), heal_t=r["t"], at_s=r["t"] - t0,
+                             to_first_merge_s=merge["t"] - r["t"] if merge else None,
+                             observed_s=max(0.0, t_end - r["t"])))
+    return out
+
+
 def _eligible_intervals(journal: Sequence[Record], n: int, quorum: int, t0: float,
                         t1: float) -> list[tuple[float, float]]:
     changes = sorted((r["t"], r["node"], r.get("state", "up")) for r in journal
@@ -379,6 +418,7 @@ def measure(events: Sequence[Record], journal: Sequence[Record], *, learners: in
         duration_s=T, rates=rates, allowed_s=allowed, capacity_tokens=capacity,
         useful_tokens=useful, goodput=goodput, availability_bound=availability,
         goodput_efficiency=efficiency, rejoins=tuple(rejoin_times(events, journal, t0, t1)),
+        reconnects=tuple(reconnect_times(events, journal, t0, t1)),
         max_global_stall_s=longest_stall(events, journal, n, max(1, quorum), t0, t1),
         wire_bytes_per_useful_token=total_bytes / useful if useful > 0 else None,
         notes=tuple(notes), **common)

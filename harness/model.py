@@ -85,6 +85,7 @@ class Checks:
     goodput_min: float | None = None
     goodput_efficiency_min: float | None = None
     rejoin_max_s: float | None = None
+    reconnect_max_s: float | None = None  # a partitioned learner merging again after the heal
     max_stall_s: float | None = None
     quality_gap_max: float | None = None
     eval_loss_drop_min: float | None = None  # fraction the eval loss must fall from its start

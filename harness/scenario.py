@@ -33,7 +33,7 @@ _CLUSTER_KEYS = ("learners", "mode", "preset", "trainer", "cpu_shares")
 _LINK_KEYS = ("latency_ms", "jitter_ms", "bandwidth_kbps")
 _EVENT_KEYS = ("at_s", "kind", "target", "duration_s")
 _RANDOM_KEYS = ("kind", "targets", "mtbf_s", "duration", "start_s", "end_s")
-_CHECK_KEYS = ("goodput_min", "goodput_efficiency_min", "rejoin_max_s", "max_stall_s",
+_CHECK_KEYS = ("goodput_min", "goodput_efficiency_min", "rejoin_max_s", "reconnect_max_s", "max_stall_s",
                "quality_gap_max", "eval_loss_drop_min", "invariants")
 _MAX_DURATION_S = 7 * 24 * 3600.0
 
@@ -360,6 +360,7 @@ def _parse_checks(r: _Reader, value: Any) -> Checks:
         "goodput_min": dict(low=0.0, high=1.0),
         "goodput_efficiency_min": dict(low=0.0, high=1.0),
         "rejoin_max_s": dict(low=0.0, low_open=True),
+        "reconnect_max_s": dict(low=0.0, low_open=True),
         "max_stall_s": dict(low=0.0, low_open=True),
         "quality_gap_max": dict(low=-1.0, low_open=True),
         "eval_loss_drop_min": dict(low=0.0, high=1.0, low_open=False),

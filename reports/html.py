@@ -49,7 +49,7 @@ def render(run: RunFolder, *, baseline: RunFolder | None = None) -> str:
                 "Red ticks mark rejected updates. Hover over any bar for exact times.",
                 svg.timeline(axis, windows, series.lanes(run.journal, run.events, span, learners),
                              series.reject_markers(run.events, span), label="Fault windows and node states"),
-                rejoin_table(run, span)),
+                rejoin_table(run, span), reconnect_table(run, span)),
         checks_section(run.checks),
         throughput_section(run, span, axis, windows),
         quality_section(run, span, axis, windows, baseline),
@@ -177,6 +177,24 @@ def rejoin_table(run: RunFolder, span: series.Span) -> str:
     return (chart_title("Rejoins: from the restart to the first inner step and to the first merged contribution")
             + table([("learner", ""), ("restarted at", "num"), ("to first step", "num"), ("to first merge", "num")],
                     rows, cls="rejoins"))
+
+
+def reconnect_table(run: RunFolder, span: series.Span) -> str:
+    """Every cut link of result.json: from its heal to the learner's next merge."""
+    reconnects = [r for r in run.result.get("reconnect_seconds") or [] if isinstance(r, dict)]
+    if not reconnects:
+        return ""
+    healed = {r.get("fault_id"): span.rel(r["t"]) for r in run.journal if r.get("kind") == "fault_heal"}
+    rows = []
+    for r in reconnects:
+        merge = r.get("to_first_merge_s")
+        at = healed.get(r.get("fault_id"))
+        rows.append("<tr class=\"reconnect\">" + cell(f"learner-{r.get('learner')}") + cell(str(r.get("fault_id")))
+                    + cell(fmt.clock(at) if at is not None else fmt.DASH, "num")
+                    + cell(fmt.seconds(merge) if merge is not None else "never", "num") + "</tr>")
+    return (chart_title("Reconnects: from a cut link's heal to the learner's next merged contribution")
+            + table([("learner", ""), ("fault", ""), ("healed at", "num"), ("to first merge", "num")],
+                    rows, cls="reconnects"))
 
 
 def _rejoin_figure(rejoins: list[dict]) -> tuple[str, str]:

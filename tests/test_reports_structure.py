@@ -126,6 +126,14 @@ def test_rejoin_table_lists_each_restart(built):
     assert cells == ["learner-1", "18s", f"{expected['to_first_step_s']:.2f} s", f"{expected['to_first_merge_s']:.2f} s"]
 
 
+def test_reconnect_table_lists_each_cut_link_with_its_heal_time(built):
+    run, _, dom = built
+    rows = dom.find("table", cls="reconnects").find_all("tr", cls="reconnect")
+    assert len(rows) == len(run.result["reconnect_seconds"]) == 1
+    cells = [td.text() for td in rows[0].find_all("td")]
+    assert cells == ["learner-0", "f003-link_down-learner-0", "42s", "1.25 s"]  # healed at 0.7 of 60 s
+
+
 def test_every_chart_is_drawn_with_data(built):
     run, _, dom = built
     charts = dom.find_all("svg", cls="line-chart")
