@@ -56,6 +56,7 @@ from trainers.config import Mode
 from trainers.data import Shard, load_corpus
 from trainers.events import EventLog
 from trainers.fragments import FragmentMap, due_fragments
+from trainers.inner_opt import AdamW
 from trainers.model import build_model
 from trainers.sender import PushJob, PushResult, Sender, backoff_s
 from trainers.signal_relay import SignalRelay
@@ -112,7 +113,7 @@ class Learner:
         self.inflight: set[int] = set()
         self.rejoin_needed = False
         self.seq = 0
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.inner_lr, weight_decay=cfg.weight_decay)
+        self.opt = AdamW(self.model.parameters(), lr=cfg.inner_lr, weight_decay=cfg.weight_decay)  # not torch.optim: see inner_opt
         self.shard = Shard(load_corpus(cfg.data), self.id, cfg.learners, cfg.seed)
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
         self.blocking = cfg.mode is not Mode.DECOUPLED or cfg.overlap_steps == 0
