@@ -115,7 +115,7 @@ def test_quickstart_end_to_end_on_the_local_backend(tmp_path):
     assert stdout.strip().splitlines()[-1] == str(out)
     assert result["status"] == "completed" and result["verdict"] == "pass"
     assert [f["fault"] for f in result["faults"]] == ["kill"] and result["faults"][0]["healed_s"] is not None
-    assert result["goodput_efficiency"] >= 0.7 and result["rejoin_seconds"]
+    assert result["goodput_efficiency"] >= 0.7 and result["rejoin_seconds"] and result["reconnect_seconds"] == []
     assert all(r["to_first_merge_s"] is not None and r["to_first_merge_s"] <= 30 for r in result["rejoin_seconds"])
     for name in ("run.json", "config.json", "journal.jsonl", "events.jsonl", "logs/syncer.log",
                  "logs/learner-0.log", "logs/toxiproxy.log", "report.html", "junit.xml"):
