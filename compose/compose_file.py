@@ -144,11 +144,12 @@ def render(spec: ClusterSpec, rt: Runtime) -> dict[str, Any]:
 
     if spec.official_toxiproxy:
         toxiproxy = {"image": OFFICIAL_TOXIPROXY_IMAGE,
-                     "command": ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}"],
+                     "command": ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}", f"-seed={spec.seed}"],
                      "labels": _labels(spec.run_id, "toxiproxy"), "restart": "no", **_cgroup(rt)}
     else:
         toxiproxy = _python_service(spec, rt, "toxiproxy", [
-            "-m", "faults.toxiproxy.server", "--host", "0.0.0.0", "--port", str(TOXIPROXY_API_PORT)])
+            "-m", "faults.toxiproxy.server", "--host", "0.0.0.0", "--port", str(TOXIPROXY_API_PORT),
+            "--seed", str(spec.seed)])
     toxiproxy["networks"] = [CORE_NET, LINKS_NET]
     toxiproxy["ports"] = [f"127.0.0.1::{TOXIPROXY_API_PORT}"]
     services["toxiproxy"] = toxiproxy

@@ -39,6 +39,7 @@ class ClusterSpec:
     cpu_shares: tuple[float, ...] = ()  # per learner; 1.0 = one full core; empty = unthrottled
     links: tuple[LinkSpec, ...] = ()  # per learner; empty = no baseline toxics
     official_toxiproxy: bool = False  # compose only: Shopify's image instead of ours
+    seed: int = 0  # the run's seed: the proxy server's random choices (toxicity, jitter) follow it
 
     @property
     def learner_names(self) -> list[str]:

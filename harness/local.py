@@ -2,7 +2,7 @@
 
 Layout of a run (every port chosen free at start, none fixed):
 
-    toxiproxy   python -m faults.toxiproxy.server --port 0 --ready-file DIR/toxiproxy.addr
+    toxiproxy   python -m faults.toxiproxy.server --port 0 --seed SEED --ready-file DIR/toxiproxy.addr
     syncer      python -m trainers.syncer --port P --control-port CP  (P, CP fixed for the
                 whole run, so a restarted synchronizer comes back where learners look)
     learner-i   python -m trainers.learner --syncer 127.0.0.1:<proxy learner-i's port>
@@ -83,7 +83,7 @@ class LocalBackend:
         ready_file = run_dir / "toxiproxy.addr"
         ready_file.unlink(missing_ok=True)
         self._add(TOXIPROXY, ["-m", "faults.toxiproxy.server", "--host", "127.0.0.1", "--port", "0",
-                              "--ready-file", str(ready_file)])
+                              "--seed", str(spec.seed), "--ready-file", str(ready_file)])
         self._spawn(TOXIPROXY, "initial")
         self._toxiproxy_addr = launch.wait_for_file_text(ready_file, timeout_s=self.start_timeout_s,
                                                          alive=lambda: self.is_running(TOXIPROXY))

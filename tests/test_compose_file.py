@@ -77,6 +77,11 @@ def test_learners_reach_the_synchronizer_only_through_their_own_proxy(tmp_path):
         assert "ports" not in learner
 
 
+def test_our_proxy_server_gets_the_runs_seed(tmp_path):
+    cmd = cf.render(_spec(tmp_path, seed=42), _rt())["services"]["toxiproxy"]["command"]
+    assert cmd[cmd.index("--seed") + 1] == "42"
+
+
 def test_only_api_and_control_ports_are_published_ephemerally_on_loopback(tmp_path):
     doc = cf.render(_spec(tmp_path), _rt())
     assert doc["services"]["toxiproxy"]["ports"] == ["127.0.0.1::8474"]
@@ -126,11 +131,11 @@ def test_no_cpu_shares_means_unlimited(tmp_path):
 
 
 def test_official_toxiproxy_image_by_option(tmp_path):
-    spec = _spec(tmp_path, official_toxiproxy=True)
+    spec = _spec(tmp_path, official_toxiproxy=True, seed=42)
     doc = cf.render(spec, _rt())
     tp = doc["services"]["toxiproxy"]
     assert tp["image"].startswith("ghcr.io/shopify/toxiproxy:")
-    assert tp["command"] == ["-host=0.0.0.0", "-port=8474"]
+    assert tp["command"] == ["-host=0.0.0.0", "-port=8474", "-seed=42"]
     assert tp["ports"] == ["127.0.0.1::8474"] and tp["networks"] == ["core", "links"]
     assert tp["labels"]["chaosloco.run"] == spec.run_id
     assert doc["services"]["syncer"]["image"].startswith("chaosloco-runtime:")

@@ -162,7 +162,7 @@ def test_real_cluster_proxies_each_learner_survives_restarts_and_leaves_nothing(
 
     run_id = uuid.uuid4().hex[:8]
     trainer = TrainerConfig(learners=2, preset="tiny", fragments=4, sync_every=12)
-    spec = ClusterSpec(run_id=run_id, run_dir=tmp_path, trainer=trainer, cpu_shares=(1.0, 0.5))
+    spec = ClusterSpec(run_id=run_id, run_dir=tmp_path, trainer=trainer, cpu_shares=(1.0, 0.5), seed=5)
     b = LocalBackend(journal=Journal(tmp_path / "journal.jsonl"))
     try:
         b.start(spec)
@@ -174,6 +174,8 @@ def test_real_cluster_proxies_each_learner_survives_restarts_and_leaves_nothing(
             argv = b.nodes()[f"learner-{i}"]["argv"]
             assert argv[argv.index("--syncer") + 1] == proxies[f"learner-{i}"].listen  # through its proxy
         assert str(b.describe()["control_url"]).endswith(str(b._control_port))
+        proxy_argv = b.nodes()["toxiproxy"]["argv"]
+        assert proxy_argv[proxy_argv.index("--seed") + 1] == "5"  # toxicity and jitter replay with the run
         _wait(lambda: _joined(b, tmp_path, 2), timeout_s=120)
 
         b.kill("learner-1")
