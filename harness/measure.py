@@ -44,6 +44,11 @@ run folder computes the same numbers as the run did. The choices SPEC leaves ope
   the update happened then) while the run could progress: at least a quorum of learners
   in a contributing state (``up``, ``throttled``, ``degraded``; not ``down``, ``paused``,
   ``partitioned``) and the synchronizer not ``down``. 0.0 when it never could.
+- **Shared cores**: C and A assume each learner's rate is its own. Where learners share
+  cores (four learners and a synchronizer on two, as on the development machine), a
+  killed or paused learner frees CPU that the others use, so they beat their r_i and G
+  or E can come out slightly above 1 (seen: E 1.03 in ``stragglers``). Read figures
+  from such a host as lower-bound-ish comparisons between trainers, not as absolutes.
 - **wire bytes**: ``bytes_in`` / ``bytes_out`` of every synchronizer event that names a
   learner, over the whole log; ``in`` is what the synchronizer received on that
   learner's link, ``out`` what it sent.
