@@ -1,11 +1,13 @@
 """`chaosloco run SCENARIO`: bring up a cluster, break it on a seeded schedule, judge it.
 
     chaosloco run SCENARIO [--backend local|compose] [--trainer decoupled|diloco|ddp]
-                  [--seed N] [--out DIR] [--baseline DIR] [--toxiproxy ours|official] [--quiet]
+                  [--seed N] [--out DIR] [--baseline DIR] [--no-faults]
+                  [--toxiproxy ours|official] [--quiet]
 
 ``--trainer`` overrides the scenario's mode, so one schedule replays against each
 trainer; ``--seed`` overrides the scenario's seed (the schedule depends on nothing
-else). The last line printed is the run folder, which holds result.json. Exit codes:
+else); ``--no-faults`` drops the schedule (same cluster, links and checks), which makes
+the fault-free baseline that ``--baseline`` compares against. The last line printed is the run folder, which holds result.json. Exit codes:
 0 every check passed, 1 a check failed (or could not be judged), 2 bad input,
 3 infrastructure failed, 130 interrupted (SIGINT / SIGTERM; healed and torn down).
 """
@@ -43,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="schedule seed (default: the scenario's)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<scenario>-<run id>)")
     p.add_argument("--baseline", type=Path, help="a fault-free run folder, for the quality gap")
+    p.add_argument("--no-faults", action="store_true", help="run the scenario without its fault schedule "
+                   "(a baseline for --baseline)")
     p.add_argument("--toxiproxy", choices=("ours", "official"), default="ours",
                    help="compose only: our Toxiproxy-API server, or Shopify's image (needs a registry)")
     p.add_argument("--quiet", action="store_true", help="no live table; one line per fault")
@@ -64,6 +68,8 @@ def load(args: argparse.Namespace):
     scenario = load_scenario(args.scenario)
     if args.trainer:
         scenario = dataclasses.replace(scenario, trainer=scenario.trainer.replace(mode=Mode(args.trainer)))
+    if args.no_faults:
+        scenario = dataclasses.replace(scenario, timed=(), random=())
     if args.baseline is not None and not (args.baseline / "events.jsonl").exists():
         raise ConfigError("not a run folder (no events.jsonl)", key="--baseline", value=str(args.baseline))
     return scenario

@@ -19,6 +19,7 @@ from harness.errors import ConfigError
 from harness.journal import read_journal
 from harness.local import RUN_ID_ENV
 from harness.local_proc import pid_alive, processes_with_env
+from harness.schedule import build_schedule
 from trainers.config import Mode
 
 
@@ -37,6 +38,14 @@ def test_official_toxiproxy_on_the_local_backend_is_refused_before_anything_star
     out = tmp_path / "run"
     assert cli_main(["run", "scenarios/quickstart.yaml", "--toxiproxy", "official", "--out", str(out)]) == 2
     assert "--toxiproxy" in capsys.readouterr().err and not out.exists()
+
+
+def test_no_faults_keeps_the_cluster_and_checks_and_drops_the_schedule():
+    full = run_cmd.load(run_cmd.parser().parse_args(["scenarios/kill-restart.yaml"]))
+    bare = run_cmd.load(run_cmd.parser().parse_args(["scenarios/kill-restart.yaml", "--no-faults"]))
+    assert build_schedule(full, 1) and build_schedule(bare, 1) == []
+    assert (bare.trainer, bare.links, bare.checks, bare.duration_s) == (full.trainer, full.links, full.checks,
+                                                                       full.duration_s)
 
 
 def test_trainer_flag_overrides_the_scenarios_mode():
