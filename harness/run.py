@@ -123,7 +123,8 @@ def _version() -> str:
 def cluster_spec(req: RunRequest) -> ClusterSpec:
     sc = req.scenario
     return ClusterSpec(run_id=req.run_id, run_dir=req.run_dir, trainer=sc.trainer,
-                       cpu_shares=sc.cpu_shares, links=sc.links, official_toxiproxy=req.official_toxiproxy, seed=req.seed)
+                       cpu_shares=sc.cpu_shares, links=sc.links, official_toxiproxy=req.official_toxiproxy,
+                       seed=req.seed)
 
 
 def apply_baseline_links(links, spec: ClusterSpec) -> None:
