@@ -113,7 +113,8 @@ class Learner:
         self.inflight: set[int] = set()
         self.rejoin_needed = False
         self.seq = 0
-        self.opt = AdamW(self.model.parameters(), lr=cfg.inner_lr, weight_decay=cfg.weight_decay)  # not torch.optim: see inner_opt
+        # not torch.optim.AdamW: its torch._dynamo import doubled a rejoin (trainers.inner_opt)
+        self.opt = AdamW(self.model.parameters(), lr=cfg.inner_lr, weight_decay=cfg.weight_decay)
         self.shard = Shard(load_corpus(cfg.data), self.id, cfg.learners, cfg.seed)
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
         self.blocking = cfg.mode is not Mode.DECOUPLED or cfg.overlap_steps == 0
