@@ -244,6 +244,8 @@ def test_library_is_complete_and_every_scenario_parses():
     assert len(headline) >= 3 and len({e.target for e in headline}) >= 2, headline
     assert found["mixed-hardware"].cpu_shares and found["mixed-hardware"].trainer.quorum == 1
     assert any(e.kind is FaultKind.CORRUPT for e in found["corrupt-update"].timed)
+    drawn = [e for e in build_schedule(found["corrupt-update"], 1) if e.fault_id.startswith("r")]
+    assert len(drawn) >= 2, "seed 1 must exercise the random corruption process too"
     assert any(e.kind is FaultKind.SYNCER_CRASH for e in found["syncer-crash"].timed)
     assert any(e.kind is FaultKind.LINK_DOWN for e in found["partition"].timed)
     assert any(e.kind is FaultKind.DISCONNECT for e in found["partition-ip"].timed)
