@@ -12,22 +12,24 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
-class EventLog:
-    """Appends events for one source (``syncer`` or ``learner-3``) to ``path``."""
+class JsonLines:
+    """An append-only JSON-lines file: one O_APPEND descriptor, one ``os.write`` per
+    record (so concurrent writers never interleave), nothing buffered in the process
+    (so a crash loses nothing written). The trainer's event log and the harness
+    journal are both this."""
 
-    def __init__(self, path: str | os.PathLike[str], src: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, default: Callable[[Any], Any] | None = None) -> None:
         self.path = Path(path)
-        self.src = src
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
+        self._default = default or _jsonable
 
-    def emit(self, ev: str, **fields: Any) -> dict[str, Any]:
-        record = {"t": time.time(), "src": self.src, "ev": ev, **fields}
-        line = (json.dumps(record, separators=(",", ":"), default=_jsonable) + "\n").encode()
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        line = (json.dumps(record, separators=(",", ":"), default=self._default) + "\n").encode()
         with self._lock:
             if self._fd >= 0:
                 os.write(self._fd, line)
@@ -39,11 +41,22 @@ class EventLog:
                 os.close(self._fd)
                 self._fd = -1
 
-    def __enter__(self) -> "EventLog":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EventLog(JsonLines):
+    """Appends events for one source (``syncer`` or ``learner-3``) to ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], src: str) -> None:
+        super().__init__(path)
+        self.src = src
+
+    def emit(self, ev: str, **fields: Any) -> dict[str, Any]:
+        return self.append({"t": time.time(), "src": self.src, "ev": ev, **fields})
 
 
 def _jsonable(value: Any) -> Any:
