@@ -28,7 +28,7 @@ from typing import Any
 
 from harness.errors import ConfigError, InfraError
 from harness.journal import Journal
-from trainers.config import Mode
+from trainers.config import Mode, parse_assignments
 
 CLUSTER_FILE = "cluster.json"
 
@@ -129,19 +129,6 @@ def _attach(run_dir: Path, journal: Journal):
 
 
 # ---- inject --------------------------------------------------------------------------
-def _params(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError("must be KEY=VALUE", key="--param", value=pair)
-        try:
-            out[key] = json.loads(raw)  # numbers stay numbers
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 def inject_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="chaosloco inject")
     p.add_argument("dir", type=Path)
@@ -165,7 +152,7 @@ def inject_main(argv: list[str]) -> int:
     fault = registry.create(args.kind)
     fault_id = f"m-{uuid.uuid4().hex[:6]}-{args.kind}-{args.target}"
     ctx = FaultContext(backend=backend, links=ToxiproxyAdapter(cluster["toxiproxy_url"]), journal=journal,
-                       fault_id=fault_id, target=args.target, params=_params(args.param))
+                       fault_id=fault_id, target=args.target, params=parse_assignments(args.param, "--param"))
     active = registry.ActiveFault(fault, ctx)
     try:
         active.inject()

@@ -14,17 +14,18 @@ from harness import cpu_throttle
 from harness.errors import ConfigError
 from harness.local import RUN_ID_ENV
 from harness.local_proc import processes_with_env
-from harness.manual_cmd import _params, inject_main, remove_everything
+from harness.manual_cmd import inject_main, remove_everything
+from trainers.config import parse_assignments
 
 
 def test_params_keep_numbers_as_numbers():
-    assert _params(["latency_ms=120", "direction=upstream", "cpu_share=0.5"]) == {
+    assert parse_assignments(["latency_ms=120", "direction=upstream", "cpu_share=0.5"], "--param") == {
         "latency_ms": 120, "direction": "upstream", "cpu_share": 0.5}
 
 
 def test_a_param_without_equals_is_bad_input():
     with pytest.raises(ConfigError, match="--param"):
-        _params(["latency_ms"])
+        parse_assignments(["latency_ms"], "--param")
 
 
 def test_inject_into_a_folder_without_a_cluster_is_bad_input(tmp_path):

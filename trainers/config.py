@@ -154,3 +154,19 @@ def load(path: str | Path) -> TrainerConfig:
 
 def save(config: TrainerConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def parse_assignments(items: list[str], key: str) -> dict[str, Any]:
+    """``KEY=VALUE`` command-line items (``--set``, ``--param``) as a dict: a VALUE that
+    is JSON keeps its type (numbers stay numbers), anything else is a bare string (an
+    enum value, a path). A malformed item is a ConfigError naming ``key``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise ConfigError("expected KEY=VALUE", key=key, value=item)
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out

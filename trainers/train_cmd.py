@@ -30,19 +30,6 @@ from trainers import launch
 from trainers.events import read_events
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError("expected KEY=VALUE", key="--set", value=item)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw  # a bare string (an enum value, a path)
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="chaosloco train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--learners", type=int, default=2)
@@ -58,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_config(args: argparse.Namespace) -> config_mod.TrainerConfig:
     fields = {"mode": args.mode, "learners": args.learners, "preset": args.preset, "seed": args.seed}
-    fields.update(_parse_set(args.set))
+    fields.update(config_mod.parse_assignments(args.set, "--set"))
     return config_mod.from_dict(fields, source="command line")
 
 
