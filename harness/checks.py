@@ -309,39 +309,38 @@ def _at_most(name: str, value: float | None, bound: float, why_missing: str) -> 
     return CheckResult(name, Verdict.PASS if value <= bound else Verdict.FAIL, f"<= {bound:g}", value)
 
 
-def rejoin_check(m: Measurements, bound: float) -> CheckResult:
-    expected = f"every rejoin (first step and first merge) <= {bound:g} s"
-    if not m.rejoins:
-        return CheckResult("rejoin", Verdict.PASS, expected, [], "no restarts in this run: nothing to bound")
+def _bounded_delays(name: str, expected: str, bound: float, delays: list[tuple[str, str, float | None, float]],
+                   actual: list[float | None], nothing: str) -> CheckResult:
+    """One check over delays ``(label, part, seconds or None, observed_s)``: a delay over
+    the bound fails, and so does a missing one the run watched for longer than the
+    bound; a missing one the run ended too early to see is unknown."""
+    if not delays:
+        return CheckResult(name, Verdict.PASS, expected, [], nothing)
     problems, unknown = [], []
-    for r in m.rejoins:
-        label = f"learner {r.learner} restarted at +{r.at_s:.1f} s"
-        for part, value in (("first step", r.to_first_step_s), ("first merge", r.to_first_merge_s)):
-            if value is not None and value > bound:
-                problems.append(f"{label}: {part} after {value:.1f} s")
-            elif value is None and r.observed_s > bound:
-                problems.append(f"{label}: no {part} within {bound:g} s")
-            elif value is None:
-                unknown.append(f"{label}: run ended {r.observed_s:.1f} s after the restart, before its {part}")
-    actual = [r.to_first_merge_s for r in m.rejoins]
-    return _result("rejoin", expected, problems, actual=actual, unknown=unknown)
+    for label, part, value, observed_s in delays:
+        if value is not None and value > bound:
+            problems.append(f"{label}: {part} after {value:.1f} s")
+        elif value is None and observed_s > bound:
+            problems.append(f"{label}: no {part} within {bound:g} s")
+        elif value is None:
+            unknown.append(f"{label}: run ended {observed_s:.1f} s later, before its {part}")
+    return _result(name, expected, problems, actual=actual, unknown=unknown)
+
+
+def rejoin_check(m: Measurements, bound: float) -> CheckResult:
+    delays = [(f"learner {r.learner} restarted at +{r.at_s:.1f} s", part, value, r.observed_s)
+              for r in m.rejoins
+              for part, value in (("first step", r.to_first_step_s), ("first merge", r.to_first_merge_s))]
+    return _bounded_delays("rejoin", f"every rejoin (first step and first merge) <= {bound:g} s", bound, delays,
+                           [r.to_first_merge_s for r in m.rejoins], "no restarts in this run: nothing to bound")
 
 
 def reconnect_check(m: Measurements, bound: float) -> CheckResult:
+    delays = [(f"learner {r.learner} after {r.fault_id} (healed at +{r.at_s:.1f} s)", "first merge",
+               r.to_first_merge_s, r.observed_s) for r in m.reconnects]
     expected = f"every partitioned learner merging again <= {bound:g} s after its link is back"
-    if not m.reconnects:
-        return CheckResult("reconnect", Verdict.PASS, expected, [], "no link was cut in this run: nothing to bound")
-    problems, unknown = [], []
-    for r in m.reconnects:
-        label = f"learner {r.learner} after {r.fault_id} (healed at +{r.at_s:.1f} s)"
-        if r.to_first_merge_s is not None and r.to_first_merge_s > bound:
-            problems.append(f"{label}: first merge after {r.to_first_merge_s:.1f} s")
-        elif r.to_first_merge_s is None and r.observed_s > bound:
-            problems.append(f"{label}: no merge within {bound:g} s")
-        elif r.to_first_merge_s is None:
-            unknown.append(f"{label}: run ended {r.observed_s:.1f} s after the heal, before a merge")
-    return _result("reconnect", expected, problems, actual=[r.to_first_merge_s for r in m.reconnects],
-                   unknown=unknown)
+    return _bounded_delays("reconnect", expected, bound, delays, [r.to_first_merge_s for r in m.reconnects],
+                           "no link was cut in this run: nothing to bound")
 
 
 def threshold_checks(checks: Checks, m: Measurements) -> list[CheckResult]:
